@@ -11,9 +11,10 @@ Conventions every model follows, so that one network builder serves all of them:
   defines it as ``I_ext = w_in_0*stimulus(t, 0) + ... + I_bias``.
 - ``I_rec`` is the recurrent drive when synapses act through a summed variable
   (rate models); spiking models instead name an ``on_pre`` statement.
-- The text ``{noise}`` marks where the noise term enters a differential equation. The
-  network replaces it by ``+ sigma_noise*sqrt(2/<noise_tau>)*xi`` when noise is on and by
-  nothing when it is off, so a noise-free network integrates deterministic equations.
+- The text ``{noise}`` marks where the noise term enters a differential equation.
+  The network replaces it by ``+ sigma_noise*sqrt(2/<noise_tau>)*xi`` when noise is on
+  and by nothing when it is off, so a noise-free network integrates deterministic
+  equations.
   ``sigma_noise`` is the stationary standard deviation that the noise alone would give.
 - Every per-neuron parameter is declared ``(constant)``, so that a standalone binary can
   receive new values at run time.

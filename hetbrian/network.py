@@ -66,6 +66,7 @@ __all__ = [
     "build_brian2",
     "simulate",
     "quantity_in",
+    "value_arrays",
 ]
 
 #: Object names are fixed so that generated code (and the caches keyed on it) does
@@ -90,10 +91,12 @@ def quantity_in(name, value, unit):
     value : Quantity or float or array
         The value.
     unit : Unit or 1
-        Expected unit (1 for dimensionless).
+        Expected unit (1 for dimensionless). A plain zero is accepted for any unit.
     """
     expected = get_dimensions(unit)
     got = get_dimensions(value) if isinstance(value, Quantity) else DIMENSIONLESS
+    if not isinstance(value, Quantity) and np.all(np.asarray(value) == 0):
+        return np.asarray(value, dtype=float)  # zero needs no unit
     if got != expected:
         unit_name = "dimensionless" if expected is DIMENSIONLESS else str(unit)
         raise UnitError(f"{name}={value!r} has dimensions {got}; expected {unit_name}")
@@ -591,6 +594,49 @@ def _recorded_variables(spec, settings):
     return variables
 
 
+def value_arrays(spec, settings):
+    """Values of ``spec`` keyed by Brian2 ``"object.variable"`` names.
+
+    These are the values a standalone binary receives at run time (per-neuron
+    parameters, input weights, initial values, recurrent weights): exactly the
+    arguments ``device.run(run_args=...)`` passes on the binary's command line, and
+    what :meth:`BrianNetwork.value_targets` maps onto Brian2 variables.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+    settings : SimulationSettings
+
+    Returns
+    -------
+    dict of str to (ndarray, Unit)
+        SI values and their unit, keyed for example ``"neurons.tau"``.
+    """
+    model = spec.model
+    out = {}
+    for name, values in spec.parameters.items():
+        if name == "I_bias":
+            unit = model.input_unit
+        elif name == "sigma_noise":
+            unit = model.noise_unit
+        else:
+            unit = model.parameter_unit(name)
+        out[f"{GROUP_NAME}.{name}"] = (values, unit)
+    for c in range(spec.n_inputs):
+        out[f"{GROUP_NAME}.w_in_{c}"] = (
+            np.ascontiguousarray(spec.input_weights[:, c]),
+            model.input_unit,
+        )
+    if "spikes" in settings.features:
+        tau = float(settings.spike_filter_tau)
+        out[f"{GROUP_NAME}.tau_filter"] = (np.full(spec.n_neurons, tau), second)
+    for var, value in BrianNetwork._initial_values(spec).items():
+        out[f"{GROUP_NAME}.{var}"] = value
+    if spec.has_synapses:
+        out[f"{SYNAPSES_NAME}.w"] = (spec.syn_w, model.weight_unit)
+    return out
+
+
 class BrianNetwork:
     """The Brian2 objects of one :class:`NetworkSpec`, on the active device.
 
@@ -687,31 +733,11 @@ class BrianNetwork:
         spec = self.spec if spec is None else spec
         if spec.structure() != self.spec.structure():
             raise SpecError("the values come from a spec of another structure")
-        model = spec.model
+        owners = {GROUP_NAME: self.group, SYNAPSES_NAME: self.synapses}
         targets = {}
-        for name, values in spec.parameters.items():
-            if name == "I_bias":
-                unit = model.input_unit
-            elif name == "sigma_noise":
-                unit = model.noise_unit
-            else:
-                unit = model.parameter_unit(name)
-            targets[getattr(self.group, name).variable] = (values, unit)
-        for c in range(spec.n_inputs):
-            targets[getattr(self.group, f"w_in_{c}").variable] = (
-                np.ascontiguousarray(spec.input_weights[:, c]),
-                model.input_unit,
-            )
-        if "spikes" in self.settings.features:
-            tau = float(self.settings.spike_filter_tau)
-            targets[self.group.tau_filter.variable] = (
-                np.full(spec.n_neurons, tau),
-                second,
-            )
-        for var, value in self._initial_values(spec).items():
-            targets[getattr(self.group, var).variable] = value
-        if self.synapses is not None:
-            targets[self.synapses.w.variable] = (spec.syn_w, model.weight_unit)
+        for key, value in value_arrays(spec, self.settings).items():
+            owner, name = key.split(".")
+            targets[getattr(owners[owner], name).variable] = value
         return targets
 
     @staticmethod

@@ -136,6 +136,39 @@ def _finding(dataset, scores, dims):
                 lines.append(
                     f"no heterogeneous network (cv = {float(cv):g}) matches it"
                 )
+    if kind == "recurrence" and {"gain", "cv"} <= set(dims):
+        mean = scores.mean("seed")
+        has_zero = 0.0 in [float(g) for g in dataset["gain"].values]
+        for cv in dataset["cv"].values:
+            at_cv = mean.sel(cv=cv)
+            low, high = float(at_cv.min()), float(at_cv.max())
+            line = (
+                f"cv = {float(cv):g}: score over all recurrent settings {low:.4f} to "
+                f"{high:.4f} (spread {high - low:.4f})"
+            )
+            if has_zero:
+                removed = float(at_cv.sel(gain=0.0).mean())
+                line += f"; without recurrence (J = 0) {removed:.4f}"
+            lines.append(line)
+    if kind == "data_efficiency" and {"train_duration", "cv"} <= set(dims):
+        mean = scores.mean("seed")
+        durations = list(dataset["train_duration"].values)
+        longest = durations[-1]
+        reference = float(mean.sel(cv=0.0, train_duration=longest))
+        lines.append(
+            f"homogeneous score with the longest training ({longest}): {reference:.4f}"
+        )
+        for cv in dataset["cv"].values:
+            reached = [
+                d
+                for d in durations
+                if float(mean.sel(cv=cv, train_duration=d)) >= reference
+            ]
+            lines.append(
+                f"cv = {float(cv):g} first matches it with {reached[0]} of training"
+                if reached
+                else f"cv = {float(cv):g} does not match it"
+            )
     if kind == "mechanisms" and "participation_ratio" in dataset:
         s = scores.values.ravel()
         pr = dataset["participation_ratio"].values.ravel()

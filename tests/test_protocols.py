@@ -290,3 +290,54 @@ def test_cli_summary_and_plot(tmp_path, reference):
         env=env,
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def _synthetic(kind, axes, score):
+    """A result dataset whose mean score per cell is score(**coords)."""
+    dims = list(axes) + ["seed"]
+    shape = [len(v) for v in axes.values()] + [2]
+    values = np.zeros([3, *shape])
+    for index in np.ndindex(*shape):
+        coords = {d: list(axes[d])[i] for d, i in zip(axes, index, strict=False)}
+        values[(slice(None), *index)] = score(**coords)
+    coords = dict(axes, seed=[0, 1])
+    coords["family"] = ("task", ["memory", "memory", "power"])
+    ds = xr.Dataset(
+        {"r2_clipped": (("task", *dims), values), "r2": (("task", *dims), values)},
+        coords=coords,
+        attrs={"protocol_kind": kind, "protocol_name": kind},
+    )
+    return ds
+
+
+def test_size_finding_names_the_smallest_matching_network():
+    sizes = [16, 32, 64, 128]
+    ds = _synthetic(
+        "size",
+        {"n_neurons": sizes, "cv": [0.0, 0.5]},
+        lambda n_neurons, cv: np.log2(n_neurons) / 10 + (0.25 if cv else 0.0),
+    )
+    _, _, extra = summary_table(ds)
+    # homogeneous N = 128 scores 0.7; heterogeneous N = 32 scores 0.75, N = 16 0.65
+    assert "smallest heterogeneous network (cv = 0.5) matching it: N = 32" in "\n".join(
+        extra
+    )
+
+
+def test_recurrence_and_data_efficiency_findings():
+    ds = _synthetic(
+        "recurrence",
+        {"gain": [0.0, 1.0, 2.0], "cv": [0.0, 0.5]},
+        lambda gain, cv: 0.5 - (0.2 * abs(gain - 1) if cv == 0 else 0.0),
+    )
+    text = "\n".join(summary_table(ds)[2])
+    assert "cv = 0: score over all recurrent settings 0.3000 to 0.5000" in text
+    assert "cv = 0.5: score over all recurrent settings 0.5000 to 0.5000" in text
+    ds = _synthetic(
+        "data_efficiency",
+        {"train_duration": ["0.5 s", "1 s", "2 s"], "cv": [0.0, 0.5]},
+        lambda train_duration, cv: float(train_duration.split()[0]) / 4 + cv / 2,
+    )
+    text = "\n".join(summary_table(ds)[2])
+    assert "cv = 0.5 first matches it with 1 s of training" in text
+    assert "cv = 0 first matches it with 2 s" in text

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "rerun": "hetbrian.bench.engines:rerun",
     "batch": "hetbrian.bench.engines:batch",
     "throughput": "hetbrian.bench.engines:throughput",
+    "train": "hetbrian.bench.training",
 }
 
 

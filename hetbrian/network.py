@@ -64,6 +64,7 @@ __all__ = [
     "draw",
     "batch",
     "build_brian2",
+    "network_equations",
     "simulate",
     "quantity_in",
     "value_arrays",
@@ -567,7 +568,13 @@ class Features:
         return out
 
 
-def _equations(spec, settings):
+def network_equations(spec, settings):
+    """Full Brian2 equations and reset of a spec: the model plus what the network adds.
+
+    The model text with its noise marker resolved, ``I_ext`` from the input weights,
+    the stimulus and the bias, and the filtered spike trace when ``"spikes"`` is
+    recorded. Both the Brian2 build and the differentiable twin start from here.
+    """
     model = spec.model
     k = spec.n_inputs
     unit_text = _unit_text(model.input_unit)
@@ -668,7 +675,7 @@ class BrianNetwork:
         self.duration = stimulus.shape[0] * stimulus_dt
         gc.collect()  # release objects of an earlier build that hold the fixed names
         model = spec.model
-        eqs, reset = _equations(spec, settings)
+        eqs, reset = network_equations(spec, settings)
         self.stimulus = brian2.TimedArray(stimulus, dt=stimulus_dt, name=STIMULUS_NAME)
         self.group = brian2.NeuronGroup(
             spec.n_neurons,

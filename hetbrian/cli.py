@@ -27,6 +27,10 @@ def _summary(path):
     from hetbrian.report import format_table, summary_table
 
     with xr.open_dataset(path) as ds:
+        if ds.attrs.get("protocol_kind") == "quenched_vs_trained":
+            from hetbrian.training.comparison import summary_text
+
+            return summary_text(ds.load())
         columns, rows, extra = summary_table(ds.load())
         name = ds.attrs.get("protocol_name", Path(path).stem)
         claim = ds.attrs.get("claim", "")
@@ -40,6 +44,10 @@ def _plot(path, out):
     from hetbrian.report import plot_results
 
     with xr.open_dataset(path) as ds:
+        if ds.attrs.get("protocol_kind") == "quenched_vs_trained":
+            from hetbrian.training.comparison import plot_comparison
+
+            return plot_comparison(ds.load(), out)
         return plot_results(ds.load(), out)
 
 

@@ -41,6 +41,7 @@ import xarray as xr
 from brian2 import amp, ms, second, volt
 
 import hetbrian
+from hetbrian import engines
 from hetbrian import stimuli as stimuli_module
 from hetbrian.analysis import participation_ratio, target_alignment
 from hetbrian.errors import HetbrianError, ProtocolError
@@ -698,21 +699,54 @@ def _job_key(settings):
     )
 
 
+#: Engines that compile: jobs are planned so that their structures repeat.
+_COMPILED_ENGINES = ("cpp_standalone", "cuda_standalone")
+
+
+def _variant_key(protocol, cell):
+    """What a cell's network has besides its structure (sizes, synapse indices).
+
+    Networks of one seed, size and connection probability share their synapse
+    indices; with the recurrent gain either zero or not, they differ only in values
+    (the profile's draws, weights, input weights) that a compiled binary receives at
+    run time.
+    """
+    try:
+        settings, config = _cell_config(protocol, cell)
+    except HetbrianError:
+        return "unreachable"
+    net = dict(settings["network"])
+    del net["n_neurons"], net["p"]
+    profile = config.heterogeneity[settings["heterogeneity"]["parameter"]]
+    described = profile.to_dict() if hasattr(profile, "to_dict") else str(profile)
+    return json.dumps([net, described], sort_keys=True, default=str)
+
+
 def plan_jobs(protocol):
     """Pack the cells into jobs, deterministically from the protocol alone.
+
+    On the runtime engines a job takes as many cells as fit into
+    ``max_neurons_per_simulation`` neurons: every time step has a fixed cost, so fewer
+    and larger simulations are faster. On the compiled engines a job takes the cells
+    of one value variant (:func:`_variant_key`) over all seeds, sizes and connection
+    probabilities: every such job has the same structure, so one binary is compiled
+    and rerun through ``run_args`` for all of them.
 
     Returns
     -------
     list of list of Cell
         Each inner list is simulated as one batched network.
     """
-    limit = protocol.settings()["engine"]["max_neurons_per_simulation"]
+    base = protocol.settings()
+    limit = base["engine"]["max_neurons_per_simulation"]
+    compiled = base["engine"]["name"] in _COMPILED_ENGINES
     groups = {}
     for cell in expand_cells(protocol):
         settings = protocol.settings(dict(cell.values))
-        groups.setdefault(_job_key(settings), []).append(
-            (cell, settings["network"]["n_neurons"])
-        )
+        key = _job_key(settings)
+        if compiled:
+            key = (key, _variant_key(protocol, cell))
+        groups.setdefault(key, []).append((cell, settings["network"]["n_neurons"]))
     jobs = []
     for members in groups.values():
         current, networks, neurons = [], {}, 0
@@ -735,13 +769,6 @@ def _simulate(settings, spec, stimulus):
     engine_name = settings["engine"]["name"]
     sim = settings["simulation"]["object"]
     readout_dt = settings["simulation"]["readout_dt"]
-    try:
-        from hetbrian import engines
-    except ImportError:  # engines not installed in this tree: Brian2 runtime only
-        from hetbrian.network import simulate
-
-        target = "cython" if engine_name == "cython" else "numpy"
-        return simulate(spec, stimulus, sim, stimulus_dt=readout_dt, target=target)
     engine = engines.get_engine(engine_name)
     return engine.simulate(spec, stimulus, sim, stimulus_dt=readout_dt)
 
@@ -924,6 +951,15 @@ def run_protocol(
     pathlib.Path
         The merged dataset's path (``None`` when stopped early).
     """
+    if not isinstance(source, Protocol):
+        from hetbrian.training.comparison import is_comparison, run_comparison
+
+        if is_comparison(source):
+            # kind = "quenched_vs_trained": its own schema and runner (serial only;
+            # executor and stop_after do not apply to it)
+            if executor not in (None, "serial") or stop_after is not None:
+                logger.warning("quenched_vs_trained runs serially; executor ignored")
+            return run_comparison(source, out=out, quick=quick, progress=progress)
     protocol = source if isinstance(source, Protocol) else load_protocol(source, quick)
     kind, arg = _executor(executor)
     out = Path(out) if out is not None else Path("results") / protocol.name

@@ -1,6 +1,7 @@
 """Protocols: validation, resuming after a kill, executors, summaries and figures."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -341,3 +342,25 @@ def test_recurrence_and_data_efficiency_findings():
     text = "\n".join(summary_table(ds)[2])
     assert "cv = 0.5 first matches it with 1 s of training" in text
     assert "cv = 0 first matches it with 2 s" in text
+
+
+@pytest.mark.standalone
+def test_compiled_engine_builds_once_and_matches_runtime(
+    tmp_path, monkeypatch, reference
+):
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("HETBRIAN_CACHE", str(tmp_path / "cache"))
+    text = tiny(**{"[engine]": '[engine]\nname = "cpp_standalone"'})
+    protocol = load_protocol(text)
+    jobs = plan_jobs(protocol)
+    # one job per value variant (cv = 0 of both families is one), all seeds in each
+    assert len(jobs) == 3
+    path = run_protocol(protocol, out=tmp_path / "out")
+    builds = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert len(builds) == 1  # one structure: compiled once, rerun through run_args
+    with xr.open_dataset(path) as ds:
+        compiled = ds.load()
+    np.testing.assert_allclose(
+        compiled["r2"].values, reference["r2"].values, rtol=1e-6, atol=1e-9
+    )

@@ -1089,14 +1089,13 @@ def merge_cells(protocol, cells_dir):
         all_coords[name] = ("task", values)
     for name in dims:
         values = all_coords[name]
-        if all(isinstance(v, str) for v in values):
-            all_coords[name] = np.asarray(values, dtype=str)
-        else:
-            all_coords[name] = [str(v) if isinstance(v, str) else v for v in values]
-            try:
-                all_coords[name] = np.asarray(values, dtype=float)
-            except (TypeError, ValueError):
-                all_coords[name] = np.asarray([str(v) for v in values])
+        numbers = [type(v) in (int, float) for v in values]
+        if all(numbers) and all(isinstance(v, int) for v in values):
+            all_coords[name] = np.asarray(values, dtype=np.int64)
+        elif all(numbers):
+            all_coords[name] = np.asarray(values, dtype=float)
+        else:  # quantities written as text ("1 s"), family names
+            all_coords[name] = np.asarray([str(v) for v in values], dtype=str)
     dataset = xr.Dataset(data_vars, coords=all_coords)
     dataset.attrs.update(attrs)
     dataset.attrs.update(_provenance(protocol, missing))

@@ -2,9 +2,11 @@
 
 The **score** of a cell is the mean over tasks of ``r2_clipped`` (test-block R²
 clipped to [0, 1]). Confidence intervals are 95 % Student-t intervals over seeds.
-"Heterogeneous beats homogeneous" compares, for one seed, every task's ``r2`` at a
-``cv > 0`` with the same task at ``cv = 0`` (same connectivity and input weights: the
-networks of one seed differ only in the heterogeneous parameter).
+``delta_vs_hom`` is the paired difference of scores, cell minus ``cv = 0`` of the same
+seed, with its interval over seeds. "Heterogeneous beats homogeneous"
+(``frac_tasks_het>hom``) compares, for one seed, every task's ``r2`` at a ``cv > 0``
+with the same task at ``cv = 0`` (same connectivity and input weights: the networks of
+one seed differ only in the heterogeneous parameter).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def summary_table(dataset):
     columns = dims + ["score", "ci95", "n_seeds"]
     has_cv = "cv" in dims and 0.0 in [float(v) for v in dataset["cv"].values]
     if has_cv:
-        columns.append("frac_tasks_het>hom")
+        columns += ["delta_vs_hom", "delta_ci95", "frac_tasks_het>hom"]
     if "participation_ratio" in dataset:
         columns.append("PR")
     if "alignment" in dataset:
@@ -71,20 +73,37 @@ def summary_table(dataset):
         mean, half = _ci(per_seed)
         row = [*_fmt_coords(combo), mean, half, int(np.isfinite(per_seed).sum())]
         if has_cv:
-            row.append(_beats_homogeneous(dataset, sel))
+            row += [*_paired_difference(scores, sel), _beats_homogeneous(dataset, sel)]
         if "participation_ratio" in dataset:
-            row.append(float(np.nanmean(dataset["participation_ratio"].sel(sel))))
+            row.append(_nanmean(dataset["participation_ratio"].sel(sel)))
         if "alignment" in dataset:
-            row.append(float(np.nanmean(dataset["alignment"].sel(sel))))
+            row.append(_nanmean(dataset["alignment"].sel(sel)))
         if "firing_rate" in dataset:
-            row.append(float(np.nanmean(dataset["firing_rate"].sel(sel))))
+            row.append(_nanmean(dataset["firing_rate"].sel(sel)))
         rows.append(row)
     extra = _finding(dataset, scores, dims)
     return columns, rows, extra
 
 
+def _nanmean(values):
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else np.nan
+
+
 def _fmt_coords(combo):
     return [v.item() if hasattr(v, "item") else v for v in combo]
+
+
+def _paired_difference(scores, sel):
+    """Mean and CI over seeds of score(cell) - score(cv = 0, same seed)."""
+    if float(sel["cv"]) == 0:
+        return np.nan, np.nan
+    reference = {k: v for k, v in sel.items() if k != "cv"}
+    hom = scores.sel(reference).sel(cv=0.0)
+    if "profile" in hom.dims:  # cv = 0 is one network whatever the family
+        hom = hom.mean("profile")
+    return _ci(scores.sel(sel).values - hom.values)
 
 
 def _beats_homogeneous(dataset, sel):

@@ -224,39 +224,13 @@ def _fail(path, message):
 
 
 def _check(path, kind, value, model_type):
-    from hetbrian.protocols import _model_units
+    """Validate one value as the sweep protocols do; lists must not be empty."""
+    from hetbrian.protocols import _check_value
 
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(path, f"{value!r} is not an integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            _fail(path, f"{value!r} is not a number")
-        return float(value)
-    if kind == "str":
-        if not isinstance(value, str) or not value:
-            _fail(path, f"{value!r} is not a non-empty string")
-        return value
-    if kind == "list":
-        if not isinstance(value, list):
-            _fail(path, f"{value!r} is not a list")
-        if not value and path not in _MAY_BE_EMPTY:
-            _fail(path, "empty; expected at least one value")
-        return value
-    if kind == "table":
-        if not isinstance(value, dict):
-            _fail(path, f"{value!r} is not a table")
-        return value
-    if kind[0] == "enum":
-        if value not in kind[1]:
-            _fail(path, f"{value!r} is not one of {list(kind[1])}")
-        return value
-    unit = kind[1] if kind[0] == "q" else _model_units(model_type)[kind[1]]
-    try:
-        return parse_quantity(value, unit, path)
-    except HetbrianError as err:
-        raise ProtocolError(str(err)) from err
+    value = _check_value(path, kind, value, model_type, parameter_unit=None)
+    if kind == "list" and not value and path not in _MAY_BE_EMPTY:
+        _fail(path, "empty; expected at least one value")
+    return value
 
 
 @dataclass

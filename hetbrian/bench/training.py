@@ -109,6 +109,7 @@ class Network(torch.nn.Module):
         scale = float(d["surrogate_scale"])
         v_reset = d["V_reset"]
         beta = np.exp(-float(d["dt"]) / d["tau_m"])
+
         def tensor(values):
             return torch.tensor(values, dtype=dtype)
 
@@ -138,13 +139,13 @@ class Network(torch.nn.Module):
         self.register_buffer("mean", torch.zeros(n, dtype=dtype))
         self.register_buffer("std", torch.ones(n, dtype=dtype))
 
-    def features(self, u):
+    def features(self, u, count=False):
         batch, steps, _ = u.shape
         drive = u @ self.w_in.T + self.bias
         mem = self.v0.expand(batch, -1)
         spk = torch.zeros_like(mem)
         trace = torch.zeros_like(mem)
-        samples = []
+        samples, n_spikes = [], 0.0
         for t in range(steps):
             if t % self.every == 0:  # the monitor reads at the start of the step
                 samples.append(trace)
@@ -152,7 +153,9 @@ class Network(torch.nn.Module):
             spk, mem = self.lif(leak * drive[:, t] + self.recurrent(spk), mem)
             spk = spk.to(self.dtype)  # snnTorch's fast sigmoid returns float32
             trace = self.trace_decay * trace + spk
-        return torch.stack(samples, dim=1) * self.trace_norm, spk
+            if count:
+                n_spikes += float(spk.sum())
+        return torch.stack(samples, dim=1) * self.trace_norm, n_spikes
 
     def forward(self, u):
         f, _ = self.features(u)
@@ -162,7 +165,7 @@ class Network(torch.nn.Module):
 def initialise_readout(net, u, y, ridge):
     """Standardization and ridge weights from the initial network (as the twin)."""
     with torch.no_grad():
-        f, _ = net.features(u)
+        f, n_spikes = net.features(u, count=True)
         flat = f.reshape(-1, f.shape[-1])
         mean, std = flat.mean(0), flat.std(0, unbiased=False)
         std = torch.where(std > 0, std, torch.ones_like(std))
@@ -176,8 +179,7 @@ def initialise_readout(net, u, y, ridge):
         net.std.copy_(std)
         net.readout.weight.copy_(w.T)
         net.readout.bias.copy_(tm - xm @ w)
-        rate = float((f[:, 1:] > 0).float().mean())  # any spike in the trace
-    return rate
+    return n_spikes / (u.shape[0] * u.shape[1] * f.shape[-1])
 
 
 def epoch(net, optimizer, u, y, batch_size, generator):
@@ -199,9 +201,8 @@ def measure(d, dtype, repeats, batch_size):
     net = Network(d, dtype)
     u = torch.tensor(d["u"], dtype=dtype)
     y = torch.tensor(d["y"], dtype=dtype)
-    with torch.no_grad():
-        _, spk = net.features(u[:batch_size])
-    initialise_readout(net, u[:batch_size], y[:batch_size], float(d["ridge"]))
+    ridge = float(d["ridge"])
+    spikes_per_step = initialise_readout(net, u[:batch_size], y[:batch_size], ridge)
     params = [net.lif.beta, net.lif.threshold, *net.readout.parameters()]
     optimizer = torch.optim.Adam(params, lr=float(d["learning_rate"]))
     generator = torch.Generator().manual_seed(0)
@@ -211,7 +212,12 @@ def measure(d, dtype, repeats, batch_size):
         seconds, loss = epoch(net, optimizer, u, y, batch_size, generator)
         times.append(seconds)
         losses.append(loss)
-    return {"seconds": min(times), "all_seconds": times, "losses": losses}
+    return {
+        "seconds": min(times),
+        "all_seconds": times,
+        "losses": losses,
+        "initial_rate_hz": spikes_per_step / float(d["dt"]),
+    }
 
 
 def main(npz_path, out_path):
@@ -258,13 +264,18 @@ def _lif_problem(n, steps, sequences):
 
 
 def _surrogate_epoch(spec, settings, u, y, batch_size, repeats):
-    """Best epoch of the twin's trainer, after a warm-up epoch on one batch."""
+    """Best epoch of the twin's trainer after a warm-up epoch on one batch.
+
+    Also returns the trainer and the initial firing rate (Hz) on that batch.
+    """
     trainer = SurrogateGradientTrainer(
         spec, settings, ("tau_m", "V_th"), learning_rate=_LEARNING_RATE
     )
+    first = trainer.twin.forward(u[:batch_size], trainer.network_values())
+    rate = float(first.spikes.mean()) / float(settings.dt)
     trainer.fit(u[:batch_size], y[:batch_size], epochs=1, batch_size=batch_size)
     history = trainer.fit(u, y, epochs=repeats, batch_size=batch_size)
-    return min(record["seconds"] for record in history[1:]), trainer
+    return min(record["seconds"] for record in history[1:]), trainer, rate
 
 
 def _snntorch_python(snntorch_python):
@@ -421,10 +432,14 @@ def run(quick=False, snntorch_python=None, repeats=None, blas_threads=1):
     }
     spec, settings, u, y = _lif_problem(n, steps, sequences)
     with _blas_limit(blas_threads, notes):
-        epoch, trainer = _surrogate_epoch(spec, settings, u, y, batch_size, repeats)
+        epoch, trainer, rate = _surrogate_epoch(
+            spec, settings, u, y, batch_size, repeats
+        )
     seconds["surrogate_epoch"] = epoch
     figures["surrogate_seconds_per_epoch"] = epoch
     figures["surrogate_us_per_neuron_step"] = epoch / (n * steps * sequences) * 1e6
+    figures["twin_initial_rate_hz"] = rate
+    figures["twin_last_epoch_loss"] = trainer.history[-1]["loss"]
     python, reason = _snntorch_python(snntorch_python)
     if python is not None:
         threads = blas_threads or os.cpu_count() or 1
@@ -438,6 +453,8 @@ def run(quick=False, snntorch_python=None, repeats=None, blas_threads=1):
             seconds[f"snntorch_epoch{suffix}"] = snn[dtype]["seconds"]
             figures[f"snntorch_seconds_per_epoch{suffix}"] = snn[dtype]["seconds"]
             figures[f"ratio_twin_over_snntorch{suffix}"] = epoch / snn[dtype]["seconds"]
+            figures[f"snntorch_initial_rate_hz{suffix}"] = snn[dtype]["initial_rate_hz"]
+            figures[f"snntorch_last_epoch_loss{suffix}"] = snn[dtype]["losses"][-1]
         environment["snntorch_python"] = f"{python} (Python {snn['python']})"
         environment["torch"] = snn["torch"]
         environment["snntorch"] = snn["snntorch"]

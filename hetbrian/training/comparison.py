@@ -72,6 +72,7 @@ from brian2 import ms, second
 from hetbrian.errors import HetbrianError, ProtocolError
 from hetbrian.heterogeneity import make_profile
 from hetbrian.network import Connectivity, ReservoirConfig, SimulationSettings, batch
+from hetbrian.protocols import SCHEMA as SWEEP_SCHEMA
 from hetbrian.readout import ridge_readout
 from hetbrian.tasks import TaskBattery
 from hetbrian.units import parse_quantity
@@ -132,15 +133,8 @@ SCHEMA = {
         "transfer": (("enum", ("tanh", "sigmoid", "relu")), "tanh"),
         "parameters": ("table", {}),
     },
-    "network": {
-        "n_neurons": ("int", 100),
-        "p": ("float", 0.1),
-        "exc_fraction": ("float", 0.8),
-        "weight_spread": ("float", 0.5),
-        "gain": (("qmodel", "weight"), 1.0),
-        "input_gain": (("qmodel", "input"), 1.0),
-        "input_bias": (("qmodel", "input"), 0.0),
-    },
+    # the sweep protocols' network section, without noise (the twin has none)
+    "network": {k: v for k, v in SWEEP_SCHEMA["network"].items() if k != "noise"},
     "time_constants": {
         "parameter": ("str", ""),
         "mean": (("q", second), 20 * ms),

@@ -44,6 +44,7 @@ import brian2
 import numpy as np
 from brian2 import ms, mV, nA
 
+from hetbrian.bench import format_result
 from hetbrian.engines import get_engine, gpu_available
 from hetbrian.heterogeneity import LogNormal
 from hetbrian.models import lif_model, rate_model
@@ -474,13 +475,4 @@ BENCHMARKS = {"rerun": rerun, "batch": batch, "throughput": throughput}
 def format_table(result: dict) -> str:
     """Lay out the result of one benchmark as a plain-text table (for the CLI)."""
     setup = ", ".join(f"{k}={v}" for k, v in result["setup"].items())
-    lines = [f"{result['benchmark']} benchmark: {setup}", ""]
-    lines.append(f"{'timing':<48} {'seconds':>10}")
-    lines += [f"{k:<48} {v:>10.4f}" for k, v in result["seconds"].items()]
-    lines += ["", f"{'figure':<48} {'value':>10}"]
-    lines += [f"{k:<48} {v:>10.4g}" for k, v in result["figures"].items()]
-    if result["goals"]:
-        lines += [""] + [f"goal: {k} {v}" for k, v in result["goals"].items()]
-    lines += [""] + [f"{k}: {v}" for k, v in result["environment"].items()]
-    lines += [f"note: {note}" for note in result["notes"]]
-    return "\n".join(lines)
+    return format_result(f"{result['benchmark']} benchmark: {setup}", result, width=48)

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from hetbrian.bench import format_result
 from hetbrian.readout import RidgeReadout, ridge_readout
 
 __all__ = ["run", "format_table"]
@@ -198,16 +199,8 @@ def _run(quick):
 
 def format_table(result: dict) -> str:
     """Lay out the result of :func:`run` as a plain-text table (for the CLI)."""
-    shape = result["shape"]
-    lines = [
+    title = (
         "readout benchmark: {samples} samples x {features} features, {tasks} tasks, "
-        "{alphas} alphas".format(**shape),
-        "",
-        f"{'timing':<34} {'seconds':>10}",
-    ]
-    lines += [f"{k:<34} {v:>10.4f}" for k, v in result["seconds"].items()]
-    lines += ["", f"{'figure':<34} {'value':>10}"]
-    lines += [f"{k:<34} {v:>10.4g}" for k, v in result["figures"].items()]
-    lines += [""] + [f"{k}: {v}" for k, v in result["environment"].items()]
-    lines += [f"note: {note}" for note in result["notes"]]
-    return "\n".join(lines)
+        "{alphas} alphas".format(**result["shape"])
+    )
+    return format_result(title, result)

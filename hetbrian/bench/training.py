@@ -23,17 +23,21 @@ drawn spec (``tau_m``, ``V_th``, ``I_bias``, input and recurrent weights), the s
 and the targets. Voltages are measured from ``V_reset`` in units of the twin's
 surrogate scale (20 mV), so that snnTorch's reset to zero is the reset to ``V_reset``
 and ``snntorch.surrogate.fast_sigmoid(slope=100)`` is the twin's default fast sigmoid
-(beta = 100 on ``(v - V_th) / 20 mV``). Per step: ``snntorch.Leaky`` with per-neuron
-learnable ``beta = exp(-dt / tau_m)`` and threshold, input
+(beta = 100 on ``(v - V_th) / 20 mV``). Trained, as in the twin: ``log tau_m`` and
+``V_th / 50 mV`` per neuron (clipped to the same ``tau_bounds``), and the readout.
+Each forward pass sets ``snntorch.Leaky``'s per-neuron decay
+``beta = exp(-dt / tau_m)`` and threshold from them; per step the neuron receives
 ``(1 - beta)(E_L - V_reset + R_m I_ext) / 20 mV`` plus a fixed recurrent
 ``torch.nn.Linear`` of the spikes of the step before; the spike trace decays with
 ``1 - dt / 20 ms`` and is read every ``readout_dt``, standardized, into a linear
-readout initialised by the same ridge fit; MSE loss; Adam at the same learning rate
-on beta, threshold and readout. What is not the same, and cannot be with ``Leaky``:
-no refractory period (the twin holds ``v`` for 2 ms after a spike), the reset is
-detached from the graph (snnTorch's design; the twin differentiates it), the
-recurrent matrix is dense (the twin sums over its 1664 synapses), and beta rather than
-``log tau_m`` is the trained coordinate.
+readout initialised by the same ridge fit; MSE loss; Adam at the same learning rate;
+torch's autograd records the whole unrolled graph and differentiates it. What is not
+the same, and cannot be with ``Leaky``: no refractory period (the twin holds ``v``
+for 2 ms after a spike), the reset is detached from the graph (snnTorch's design;
+the twin differentiates it), the leak is ``1 - exp(-dt / tau_m)`` rather than Euler's
+``dt / tau_m``, and the recurrent matrix is dense (the twin sums over its 1664
+synapses). The initial firing rates of the two (``..._initial_rate_hz``) show how
+close the networks are.
 
 The script runs in a separate interpreter, named by ``run(snntorch_python=...)`` or
 the environment variable ``HETBRIAN_SNNTORCH_PYTHON`` (torch has no CPU build for
@@ -68,6 +72,7 @@ import numpy as np
 from brian2 import ms, mV, nA
 
 from hetbrian import models, network
+from hetbrian.bench import format_result
 from hetbrian.errors import ParameterError
 from hetbrian.heterogeneity import Gamma
 from hetbrian.tasks import TaskBattery
@@ -113,12 +118,16 @@ class Network(torch.nn.Module):
         def tensor(values):
             return torch.tensor(values, dtype=dtype)
 
+        # trained as the twin trains them: log tau_m, and V_th over its magnitude;
+        # beta = exp(-dt / tau_m) and the threshold follow from them in features()
+        self.log_tau = torch.nn.Parameter(tensor(np.log(d["tau_m"])))
+        self.v_th_magnitude = float(d["V_th_magnitude"])
+        self.v_th = torch.nn.Parameter(tensor(d["V_th"] / self.v_th_magnitude))
+        self.v_reset, self.scale, self.dt = tensor(v_reset), scale, float(d["dt"])
         self.lif = snntorch.Leaky(
             beta=tensor(beta),
             threshold=tensor((d["V_th"] - v_reset) / scale),
             spike_grad=surrogate.fast_sigmoid(slope=float(d["surrogate_beta"])),
-            learn_beta=True,
-            learn_threshold=True,
             reset_mechanism="zero",
         )
         n = beta.size
@@ -141,7 +150,11 @@ class Network(torch.nn.Module):
 
     def features(self, u, count=False):
         batch, steps, _ = u.shape
-        drive = u @ self.w_in.T + self.bias
+        beta = torch.exp(-self.dt * torch.exp(-self.log_tau))
+        self.lif.beta = beta  # the buffers now carry the graph to log_tau, v_th
+        v_th = self.v_th * self.v_th_magnitude
+        self.lif.threshold = (v_th - self.v_reset) / self.scale
+        drive = (1.0 - beta) * (u @ self.w_in.T + self.bias)
         mem = self.v0.expand(batch, -1)
         spk = torch.zeros_like(mem)
         trace = torch.zeros_like(mem)
@@ -149,8 +162,7 @@ class Network(torch.nn.Module):
         for t in range(steps):
             if t % self.every == 0:  # the monitor reads at the start of the step
                 samples.append(trace)
-            leak = 1.0 - self.lif.beta.clamp(0, 1)
-            spk, mem = self.lif(leak * drive[:, t] + self.recurrent(spk), mem)
+            spk, mem = self.lif(drive[:, t] + self.recurrent(spk), mem)
             spk = spk.to(self.dtype)  # snnTorch's fast sigmoid returns float32
             trace = self.trace_decay * trace + spk
             if count:
@@ -182,7 +194,7 @@ def initialise_readout(net, u, y, ridge):
     return n_spikes / (u.shape[0] * u.shape[1] * f.shape[-1])
 
 
-def epoch(net, optimizer, u, y, batch_size, generator):
+def epoch(net, optimizer, u, y, batch_size, generator, log_tau_bounds):
     t0 = time.perf_counter()
     order = torch.randperm(len(u), generator=generator)
     losses = []
@@ -192,6 +204,8 @@ def epoch(net, optimizer, u, y, batch_size, generator):
         loss = torch.mean((net(u[idx]) - y[idx]) ** 2)
         loss.backward()
         optimizer.step()
+        with torch.no_grad():
+            net.log_tau.clamp_(*log_tau_bounds)  # the twin's tau_bounds
         losses.append(float(loss))
     return time.perf_counter() - t0, sum(losses) / len(losses)
 
@@ -203,13 +217,15 @@ def measure(d, dtype, repeats, batch_size):
     y = torch.tensor(d["y"], dtype=dtype)
     ridge = float(d["ridge"])
     spikes_per_step = initialise_readout(net, u[:batch_size], y[:batch_size], ridge)
-    params = [net.lif.beta, net.lif.threshold, *net.readout.parameters()]
+    params = [net.log_tau, net.v_th, *net.readout.parameters()]
     optimizer = torch.optim.Adam(params, lr=float(d["learning_rate"]))
     generator = torch.Generator().manual_seed(0)
-    epoch(net, optimizer, u[:batch_size], y[:batch_size], batch_size, generator)
+    bounds = [float(b) for b in np.log(d["tau_bounds"])]
+    args = batch_size, generator, bounds
+    epoch(net, optimizer, u[:batch_size], y[:batch_size], *args)
     times, losses = [], []
     for _ in range(repeats):
-        seconds, loss = epoch(net, optimizer, u, y, batch_size, generator)
+        seconds, loss = epoch(net, optimizer, u, y, *args)
         times.append(seconds)
         losses.append(loss)
     return {
@@ -313,6 +329,8 @@ def _snntorch_epoch(python, trainer, u, y, batch_size, repeats, threads):
         spike_filter_tau=float(twin.settings.spike_filter_tau),
         surrogate_scale=float(twin.threshold_scale),
         surrogate_beta=float(twin.surrogate.beta),
+        V_th_magnitude=float(np.mean(np.abs(spec.parameters["V_th"]))),  # as theta
+        tau_bounds=np.asarray(trainer.tau_bounds, dtype=float),
         learning_rate=_LEARNING_RATE,
         ridge=trainer.ridge,
         batch_size=batch_size,
@@ -490,16 +508,8 @@ def run(quick=False, snntorch_python=None, repeats=None, blas_threads=1):
 
 def format_table(result):
     """Lay out the result of :func:`run` as a plain-text table (for the CLI)."""
-    shape = result["shape"]
-    lines = [
+    title = (
         "training benchmark: LIF twin, {neurons} neurons, {steps} steps, "
-        "{sequences} sequences in batches of {batch_size}".format(**shape),
-        "",
-        f"{'timing':<34} {'seconds':>10}",
-    ]
-    lines += [f"{k:<34} {v:>10.4f}" for k, v in result["seconds"].items()]
-    lines += ["", f"{'figure':<34} {'value':>10}"]
-    lines += [f"{k:<34} {v:>10.4g}" for k, v in result["figures"].items()]
-    lines += [""] + [f"{k}: {v}" for k, v in result["environment"].items()]
-    lines += [f"note: {note}" for note in result["notes"]]
-    return "\n".join(lines)
+        "{sequences} sequences in batches of {batch_size}".format(**result["shape"])
+    )
+    return format_result(title, result)

@@ -88,13 +88,17 @@ MODEL_FACTORIES = {
 
 _TIME = second
 
-# Schema: section -> key -> (kind, default). Kinds: "int", "float", "str", "bool",
-# "list", "table", ("q", unit) a quantity in that unit, ("qmodel", role) a quantity
-# whose unit the model decides (input, weight, noise), ("enum", choices).
+#: Default of a key that a protocol must give.
+REQUIRED = object()
+
+# Schema: section -> key -> (kind, default); a default of None means "absent". Kinds:
+# "int", "float", "str", "bool", "list", "table", ("q", unit) a quantity in that unit,
+# ("qmodel", role) a quantity whose unit the model decides (input, weight, noise),
+# ("qparam",) a quantity in the unit of the heterogeneous parameter, ("enum", choices).
 SCHEMA = {
     "protocol": {
-        "name": ("str", None),
-        "kind": (("enum", PROTOCOL_KINDS), None),
+        "name": ("str", REQUIRED),
+        "kind": (("enum", PROTOCOL_KINDS), REQUIRED),
         "claim": ("str", ""),
         "description": ("str", ""),
     },
@@ -114,7 +118,7 @@ SCHEMA = {
         "noise": (("qmodel", "noise"), 0.0),
     },
     "heterogeneity": {
-        "parameter": ("str", None),
+        "parameter": ("str", REQUIRED),
         "family": (
             (
                 "enum",
@@ -130,13 +134,13 @@ SCHEMA = {
             "lognormal",
         ),
         "cv": ("float", 0.0),
-        "mean": (("qparam",), None),
+        "mean": (("qparam",), REQUIRED),
         "lower": (("qparam",), None),
         "skip_unreachable": ("bool", False),
     },
     "stimulus": {
-        "generators": ("list", None),
-        "duration": (("q", second), None),
+        "generators": ("list", REQUIRED),
+        "duration": (("q", second), REQUIRED),
         "seed": ("int", 0),
     },
     "simulation": {
@@ -170,7 +174,7 @@ SCHEMA = {
         "name": ("str", "runtime"),
         "max_neurons_per_simulation": ("int", 8192),
     },
-    "output": {"name": ("str", None)},
+    "output": {"name": ("str", REQUIRED)},
     "quick": ("table", {}),
 }
 
@@ -384,14 +388,7 @@ def _parse_sections(config):
                 out[key] = _check_value(
                     path, kind, raw[key], model_type, parameter_unit
                 )
-            elif (
-                default is None
-                and not (section == "heterogeneity" and key == "lower")
-                and not (
-                    section in ("simulation", "readout")
-                    and key in ("features", "train_duration")
-                )
-            ):
+            elif default is REQUIRED:
                 _fail(path, "missing; this key has no default")
             else:
                 out[key] = default

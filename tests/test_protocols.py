@@ -112,6 +112,7 @@ def test_cells_and_jobs():
         ("seeds = [0, 1]", "seeds = []", "sweep.seeds"),
         ('"heterogeneity.cv"', '"heterogeneity.cvv"', "heterogeneity.cvv: unknown key"),
         ("[output]", "[outputs]", "outputs: unknown section"),
+        ('mean = "20 ms"\n', "", "heterogeneity.mean: missing"),
         ('type = "rate"', 'type = "hodgkin"', "model.type: 'hodgkin' is not one of"),
         ('parameter = "tau"', 'parameter = "tau_m"', "heterogeneity.parameter"),
         ('duration = "1 s"', 'duration = "0.1 s"', "stimulus.duration"),

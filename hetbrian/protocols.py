@@ -770,6 +770,19 @@ def _simulate(settings, spec, stimulus):
     return engine.simulate(spec, stimulus, sim, stimulus_dt=readout_dt)
 
 
+#: Protocols already validated in this process, by (text, quick): a worker runs many
+#: jobs of one protocol and validates it once.
+_LOADED = {}
+
+
+def _loaded(protocol_text, quick):
+    key = (protocol_text, bool(quick))
+    if key not in _LOADED:
+        _LOADED.clear()  # one protocol at a time is what a worker serves
+        _LOADED[key] = load_protocol(protocol_text, quick=quick)
+    return _LOADED[key]
+
+
 def run_job(protocol_text, quick, cells):
     """Simulate one job and score each of its cells.
 
@@ -786,7 +799,7 @@ def run_job(protocol_text, quick, cells):
     list of (Cell, xarray.Dataset or None)
         ``None`` for a cell whose profile cannot be built (skipped as unreachable).
     """
-    protocol = load_protocol(protocol_text, quick=quick)
+    protocol = _loaded(protocol_text, quick)
     base = protocol.settings(dict(cells[0].values))
     readout_dt = float(base["simulation"]["readout_dt"])
     n_samples = int(round(float(base["stimulus"]["duration"]) / readout_dt))
@@ -958,6 +971,7 @@ def run_protocol(
                 logger.warning("quenched_vs_trained runs serially; executor ignored")
             return run_comparison(source, out=out, quick=quick, progress=progress)
     protocol = source if isinstance(source, Protocol) else load_protocol(source, quick)
+    _LOADED[(protocol.text, protocol.quick)] = protocol
     kind, arg = _executor(executor)
     out = Path(out) if out is not None else Path("results") / protocol.name
     cells_dir = out / "cells"

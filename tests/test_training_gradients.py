@@ -1,10 +1,12 @@
 """BPTT through the twin: gradients against finite differences, training, write-back."""
 
+import shutil
+
 import numpy as np
 import pytest
 from brian2 import ms, mV, nA
 
-from hetbrian import models, network
+from hetbrian import engines, models, network
 from hetbrian.errors import DataError, ParameterError
 from hetbrian.heterogeneity import Gamma
 from hetbrian.training import SurrogateGradientTrainer
@@ -131,6 +133,27 @@ def test_training_lowers_loss_and_brian2_reproduces_the_score():
     brian = np.stack([network.simulate(spec, x, settings).matrix() for x in u[:2]])
     np.testing.assert_allclose(
         trainer.score_features(brian, y[:2]), trainer.score(u[:2], y[:2]), rtol=1e-6
+    )
+
+
+@pytest.mark.standalone
+def test_cpp_standalone_run_of_trained_spec_reproduces_the_score(tmp_path):
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    trainer = _rate_trainer(washout=3, learning_rate=0.1)
+    u, y = _memory_task(4, 80, delay=2)
+    trainer.initialise_readout(u, y)
+    trainer.fit(u, y, epochs=5, batch_size=2, rng=1)
+    spec = trainer.to_spec()
+    settings = trainer.twin.settings
+    engine = engines.get_engine("cpp_standalone", cache_dir=tmp_path)
+    compiled = engine.build(spec, u[0], settings)
+    # one binary for both sequences: the second goes in through run_args
+    standalone = np.stack([compiled.run(spec, stimulus=x).matrix() for x in u[:2]])
+    np.testing.assert_allclose(
+        trainer.score_features(standalone, y[:2]),
+        trainer.score(u[:2], y[:2]),
+        rtol=1e-6,
     )
 
 

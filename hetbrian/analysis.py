@@ -18,6 +18,21 @@ def _centred(states, name="states"):
     return x - x.mean(axis=0)
 
 
+def _principal(x):
+    """Eigenvalues (descending) and eigenvectors of ``x.T @ x`` for centred ``x``.
+
+    For tall matrices (more samples than neurons, the usual case) the eigenvalue
+    problem of the small Gram matrix is far cheaper than an SVD of ``x``; the leading
+    directions that the analysis uses are well conditioned either way.
+    """
+    if x.shape[0] >= x.shape[1]:
+        lam, vectors = np.linalg.eigh(x.T @ x)
+        order = np.argsort(lam)[::-1]
+        return np.clip(lam[order], 0, None), vectors[:, order]
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    return s**2, vt.T
+
+
 def participation_ratio(states):
     r"""Participation ratio of the state covariance.
 
@@ -35,9 +50,11 @@ def participation_ratio(states):
     -------
     float
     """
-    x = _centred(states)
-    s = np.linalg.svd(x, compute_uv=False)
-    lam = s**2
+    lam, _ = _principal(_centred(states))
+    return _ratio(lam)
+
+
+def _ratio(lam):
     total = lam.sum()
     return float(total**2 / np.sum(lam**2)) if total > 0 else 0.0
 
@@ -72,11 +89,13 @@ def target_alignment(states, targets, n_components=None):
         raise DataError(
             f"targets has {y.shape[0]} rows and states {x.shape[0]}; expected equal"
         )
+    lam, vectors = _principal(x)
     if n_components is None:
-        n_components = int(np.ceil(participation_ratio(x)))
-    u, s, _ = np.linalg.svd(x, full_matrices=False)
-    k = max(1, min(int(n_components), int(np.sum(s > s[0] * 1e-12))))
-    projection = u[:, :k].T @ y
+        n_components = int(np.ceil(_ratio(lam)))
+    rank = int(np.sum(lam > lam[0] * 1e-24)) if lam[0] > 0 else 0
+    k = max(1, min(int(n_components), rank))
+    # U_k = x V_k / s_k, so U_k^T y = V_k^T (x^T y) / s_k
+    projection = (vectors[:, :k].T @ (x.T @ y)) / np.sqrt(lam[:k])[:, None]
     norm = np.sum(y**2, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, np.sum(projection**2, axis=0) / norm, np.nan)

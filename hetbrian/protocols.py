@@ -24,6 +24,7 @@ provenance in its attributes.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -38,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from brian2 import amp, ms, second, volt
+from brian2 import amp, get_unit, ms, second, volt
+from brian2.units.fundamentalunits import get_dimensions
 
 import hetbrian
 from hetbrian import engines
@@ -607,8 +609,22 @@ def expand_cells(protocol):
 
 def _profile(settings):
     het = settings["heterogeneity"]
-    family, cv = het["family"], het["cv"]
+    family = het["family"]
     mean, lower = het["mean"], het["lower"]
+    return _cached_profile(
+        family,
+        float(mean),
+        get_dimensions(mean),
+        0.0 if family == "homogeneous" else float(het["cv"]),
+        float(lower),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_profile(family, mean_si, dimensions, cv, lower_si):
+    """Profiles are immutable and costly to check (bounded moments): build each once."""
+    unit = get_unit(dimensions)
+    mean, lower = mean_si * unit, lower_si * unit
     if family == "measured":
         from hetbrian.biology import measured_profile
 
@@ -624,8 +640,6 @@ def _profile(settings):
             cv=cv,
             lower=lower,
         )
-    if family == "homogeneous":
-        cv = 0.0
     return make_profile(family, mean=mean, cv=cv, lower=lower)
 
 

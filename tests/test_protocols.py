@@ -365,3 +365,18 @@ def test_compiled_engine_builds_once_and_matches_runtime(
     np.testing.assert_allclose(
         compiled["r2"].values, reference["r2"].values, rtol=1e-6, atol=1e-9
     )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "protocols").glob("*.toml")), ids=lambda p: p.stem
+)
+def test_shipped_protocols_validate(path):
+    from hetbrian.training.comparison import is_comparison, load_comparison
+
+    text = path.read_text()
+    for quick in (False, True):
+        if is_comparison(text):
+            assert load_comparison(text, quick=quick).name
+        else:
+            protocol = load_protocol(path, quick=quick)
+            assert expand_cells(protocol) and plan_jobs(protocol)

@@ -253,6 +253,8 @@ def _line_plot(ax, dataset, scores, x, hue):
         if xs.dtype.kind in "US":
             ax.set_xticks(xv, xs)
     ax.set_xlabel(x)
+    if x == "n_neurons":
+        ax.set_xscale("log", base=2)
     ax.set_ylabel("mean R² over tasks (clipped)")
     if hue:
         ax.legend(title=hue, fontsize="small")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.stats
+import xarray as xr
 
 from hetbrian.errors import DataError
 
@@ -313,14 +314,29 @@ def plot_results(dataset, out):
         fig.colorbar(image, ax=ax, label="R² (clipped)")
         save(fig, "task_families")
     if "participation_ratio" in dataset and dims:
-        x = dims[0]
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        # one point per cell: does the score follow dimensionality or alignment?
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+        colour = dataset["cv"] if "cv" in dataset.coords else None
         for ax, var in zip(axes, ("participation_ratio", "alignment"), strict=True):
             values = dataset[var]
             if "task" in values.dims:
                 values = values.mean("task")
-            _line_plot(ax, dataset, values, x, None)
-            ax.set_ylabel(var.replace("_", " "))
-        fig.suptitle(f"{name}: state dimensionality and target alignment")
+            x_values = xr.broadcast(values, scores)[0].transpose(*scores.dims)
+            c = None
+            if colour is not None:
+                c = xr.broadcast(colour, scores)[0].transpose(*scores.dims)
+                c = c.values.ravel()
+            points = ax.scatter(
+                x_values.values.ravel(),
+                scores.values.ravel(),
+                c=c,
+                s=14,
+                cmap="viridis",
+            )
+            ax.set_xlabel(var.replace("_", " "))
+        axes[0].set_ylabel("mean R² over tasks (clipped)")
+        if colour is not None:
+            fig.colorbar(points, ax=axes, label="cv")
+        fig.suptitle(f"{name}: score against state dimensionality and alignment")
         save(fig, "mechanisms")
     return written

@@ -335,12 +335,9 @@ class Protocol:
         return cache[key]
 
 
-def _parse_sections(config):
-    """Validate every section and key; return parsed values by section."""
-    parsed = {}
-    for section, keys in SCHEMA.items():
-        if section == "quick":
-            continue
+def check_known_keys(config, schema):
+    """Raise a ProtocolError naming the first section or key ``schema`` lacks."""
+    for section, keys in schema.items():
         raw = config.get(section, {})
         if not isinstance(raw, dict):
             _fail(section, f"{raw!r} is not a table")
@@ -349,6 +346,12 @@ def _parse_sections(config):
                 _fail(
                     f"{section}.{key}", f"unknown key; expected one of {sorted(keys)}"
                 )
+
+
+def _parse_sections(config):
+    """Validate every section and key; return parsed values by section."""
+    parsed = {}
+    check_known_keys(config, {k: v for k, v in SCHEMA.items() if k != "quick"})
     model_type = config.get("model", {}).get("type", "rate")
     if model_type not in MODEL_FACTORIES:
         _fail("model.type", f"{model_type!r} is not one of {list(MODEL_FACTORIES)}")

@@ -343,17 +343,14 @@ def load_comparison(path_or_text, quick=False):
 
 
 def _parse(config):
-    from hetbrian.protocols import MODEL_FACTORIES, _battery, _stimulus
+    from hetbrian.protocols import (
+        MODEL_FACTORIES,
+        _battery,
+        _stimulus,
+        check_known_keys,
+    )
 
-    for section, keys in SCHEMA.items():
-        raw = config.get(section, {})
-        if not isinstance(raw, dict):
-            _fail(section, f"{raw!r} is not a table")
-        for key in raw:
-            if key not in keys:
-                _fail(
-                    f"{section}.{key}", f"unknown key; expected one of {sorted(keys)}"
-                )
+    check_known_keys(config, SCHEMA)
     model_type = config.get("model", {}).get("type", "rate")
     if model_type not in ("rate", "lif"):
         _fail("model.type", f"{model_type!r} is not one of ['rate', 'lif']")

@@ -568,7 +568,7 @@ def load_protocol(source, quick=False):
     # Validate every cell before anything runs: units, reachable profiles, lengths.
     for cell in expand_cells(protocol):
         try:
-            _cell_config(protocol, cell, check_only=True)
+            _cell_config(protocol, cell)
         except ProtocolError:
             raise
         except HetbrianError as err:
@@ -646,7 +646,7 @@ def _cached_profile(family, mean_si, dimensions, cv, lower_si):
     return make_profile(family, mean=mean, cv=cv, lower=lower)
 
 
-def _cell_config(protocol, cell, check_only=False):
+def _cell_config(protocol, cell):
     """Settings and reservoir configuration of one cell."""
     settings = protocol.settings(dict(cell.values))
     net = settings["network"]

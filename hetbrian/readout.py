@@ -71,7 +71,7 @@ _DEFAULT_SPLIT = {
 
 
 # ------------------------------------------------------------------------- validation
-def _matrix(name, value, ndim_max=2):
+def _matrix(name, value):
     """Return ``value`` as a finite 2-D float array (a 1-D array becomes a column)."""
     try:
         a = np.asarray(value, dtype=float)

@@ -653,24 +653,49 @@ def _cell_config(protocol, cell):
     model = settings["model"]["object"]
     parameter = settings["heterogeneity"]["parameter"]
     profile = _profile(settings)
-    config = ReservoirConfig(
-        model=model,
-        n_neurons=net["n_neurons"],
-        n_inputs=settings["stimulus"]["object"].n_components,
-        heterogeneity={parameter: profile},
-        connectivity=Connectivity(
-            p=net["p"],
-            exc_fraction=net["exc_fraction"],
-            weight_spread=net["weight_spread"],
-            gain=net["gain"],
-        ),
-        input_gain=net["input_gain"],
-        input_bias=net["input_bias"],
-        noise=net["noise"],
-        seed=cell.seed,
+    config = reservoir_config(
+        model,
+        net,
+        settings["stimulus"]["object"].n_components,
+        {parameter: profile},
+        cell.seed,
         label={"cell": cell.ident},
     )
     return settings, config
+
+
+def reservoir_config(model, network, n_inputs, heterogeneity, seed, label=None):
+    """A :class:`~hetbrian.network.ReservoirConfig` from a parsed ``[network]`` table.
+
+    Parameters
+    ----------
+    model : NeuronModel
+    network : dict
+        Parsed ``[network]`` values (``noise`` may be absent: no noise).
+    n_inputs : int
+        Number of stimulus components.
+    heterogeneity : dict
+        Parameter name to profile.
+    seed : int
+    label : dict, optional
+    """
+    return ReservoirConfig(
+        model=model,
+        n_neurons=network["n_neurons"],
+        n_inputs=n_inputs,
+        heterogeneity=heterogeneity,
+        connectivity=Connectivity(
+            p=network["p"],
+            exc_fraction=network["exc_fraction"],
+            weight_spread=network["weight_spread"],
+            gain=network["gain"],
+        ),
+        input_gain=network["input_gain"],
+        input_bias=network["input_bias"],
+        noise=network.get("noise", 0.0),
+        seed=seed,
+        label=label or {},
+    )
 
 
 def _network_key(protocol, cell):

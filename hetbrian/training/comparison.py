@@ -69,10 +69,12 @@ import numpy as np
 import xarray as xr
 from brian2 import ms, second
 
+from hetbrian.engines import get_engine
 from hetbrian.errors import HetbrianError, ProtocolError
 from hetbrian.heterogeneity import make_profile
-from hetbrian.network import Connectivity, ReservoirConfig, SimulationSettings, batch
+from hetbrian.network import SimulationSettings, batch
 from hetbrian.protocols import SCHEMA as SWEEP_SCHEMA
+from hetbrian.protocols import reservoir_config
 from hetbrian.readout import ridge_readout
 from hetbrian.tasks import TaskBattery
 from hetbrian.units import parse_quantity
@@ -562,21 +564,12 @@ def _instance(comparison, family, seed):
     from hetbrian.network import draw
 
     s = comparison.settings
-    net = s["network"]
-    config = ReservoirConfig(
-        model=s["model"]["object"],
-        n_neurons=net["n_neurons"],
-        n_inputs=s["stimulus"]["object"].n_components,
-        heterogeneity={s["time_constants"]["parameter"]: _profile(family, s)},
-        connectivity=Connectivity(
-            p=net["p"],
-            exc_fraction=net["exc_fraction"],
-            weight_spread=net["weight_spread"],
-            gain=net["gain"],
-        ),
-        input_gain=net["input_gain"],
-        input_bias=net["input_bias"],
-        seed=seed,
+    config = reservoir_config(
+        s["model"]["object"],
+        s["network"],
+        s["stimulus"]["object"].n_components,
+        {s["time_constants"]["parameter"]: _profile(family, s)},
+        seed,
     )
     return draw(config)
 
@@ -586,13 +579,6 @@ def _simulate(comparison, spec, stimulus):
     name = s["engine"]["name"]
     settings = s["simulation"]["object"]
     readout_dt = s["simulation"]["readout_dt"]
-    try:
-        from hetbrian.engines import get_engine
-    except ImportError:  # engines not in this tree: Brian2 runtime only
-        from hetbrian.network import simulate
-
-        target = "cython" if name == "cython" else "numpy"
-        return simulate(spec, stimulus, settings, stimulus_dt=readout_dt, target=target)
     return get_engine(name).simulate(spec, stimulus, settings, stimulus_dt=readout_dt)
 
 
